@@ -1,0 +1,132 @@
+"""The `devdep-cli` entry point: the command tree, and the one place where errors
+become exit codes and one-line messages.
+
+Tracebacks are shown only with DEVDEP_DEBUG=1; without it every failure, even an
+unexpected one, ends in a message and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from devdep.cli import config_commands, info_commands
+from devdep.cli.output import (
+    OutputFormat,
+    argv_asks_for_json,
+    current_format,
+    print_json,
+    stderr_console,
+)
+from devdep.errors import DevdepError, ExitCode, exit_code_for
+
+
+@click.group(
+    name="devdep-cli",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def app() -> None:
+    """DEVELOPMENT DEPLOYER: run build pipelines in fresh, isolated micro-VMs.
+
+    Exit codes are listed in docs/exit-codes.md.
+    """
+
+
+for command in [*info_commands.COMMANDS, *config_commands.COMMANDS]:
+    app.add_command(command)
+
+INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("DEVDEP_DEBUG", "") not in ("", "0")
+
+
+def _report_error(
+    exit_code: int,
+    name: str,
+    message: str,
+    hint: str | None,
+    json_mode: bool,
+    details: list[str] | None = None,
+) -> None:
+    if json_mode:
+        print_json(
+            {
+                "ok": False,
+                "error": {
+                    "exit_code": exit_code,
+                    "name": name,
+                    "message": message,
+                    "hint": hint,
+                    "details": details or [],
+                },
+            }
+        )
+        return
+    console = stderr_console()
+    for line in details or []:
+        console.print(line, markup=False)
+    console.print(f"error: {message}", markup=False)
+    if hint:
+        console.print(f"hint: {hint}", markup=False)
+
+
+def run(argv: list[str]) -> int:
+    """Run one command line and return its exit code instead of exiting."""
+    json_mode = argv_asks_for_json(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if _debug_enabled() else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = app.main(args=argv, prog_name="devdep-cli", standalone_mode=False)
+    except DevdepError as error:
+        if _debug_enabled():
+            traceback.print_exc()
+        code = exit_code_for(error)
+        _report_error(
+            code,
+            code.name,
+            error.message,
+            error.hint,
+            json_mode or current_format() is OutputFormat.JSON,
+            error.details,
+        )
+        return int(code)
+    except click.exceptions.UsageError as error:
+        hint = None
+        if error.ctx is not None:
+            hint = f"run '{error.ctx.command_path} --help' to see the usage"
+        _report_error(
+            ExitCode.ERR_USAGE,
+            ExitCode.ERR_USAGE.name,
+            error.format_message(),
+            hint,
+            json_mode,
+        )
+        return int(ExitCode.ERR_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        stderr_console().print("interrupted", markup=False)
+        return INTERRUPTED
+    except Exception as error:
+        if _debug_enabled():
+            traceback.print_exc()
+        _report_error(
+            ExitCode.INTERNAL_ERROR,
+            ExitCode.INTERNAL_ERROR.name,
+            f"internal error: {type(error).__name__}: {error}",
+            "this is a bug in devdep; run again with DEVDEP_DEBUG=1 and report the "
+            "traceback",
+            json_mode or current_format() is OutputFormat.JSON,
+        )
+        return int(ExitCode.INTERNAL_ERROR)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

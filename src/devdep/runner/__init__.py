@@ -1,0 +1,1 @@
+"""The host agent: runs a pipeline's runtimes through their lifecycle hooks."""

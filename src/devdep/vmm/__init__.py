@@ -1,0 +1,2 @@
+"""Virtual machine monitors: start, watch and stop micro-VMs, knowing nothing of
+jobs."""
