@@ -20,6 +20,7 @@ from devdep.cli.output import (
     argv_asks_for_json,
     current_format,
     print_json,
+    reset_format,
     stderr_console,
 )
 from devdep.errors import DevdepError, ExitCode, exit_code_for
@@ -79,6 +80,7 @@ def _report_error(
 def run(argv: list[str]) -> int:
     """Run one command line and return its exit code instead of exiting."""
     json_mode = argv_asks_for_json(argv)
+    reset_format()
     logging.basicConfig(
         level=logging.DEBUG if _debug_enabled() else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

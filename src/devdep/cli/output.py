@@ -53,6 +53,11 @@ def output_option(command: F) -> F:
     )(command)
 
 
+def reset_format() -> None:
+    """Forget the format of a previous command run in this process."""
+    _current_format.set(OutputFormat.TEXT)
+
+
 def current_format() -> OutputFormat:
     """The format of the command being run, also once it has failed."""
     return _current_format.get()

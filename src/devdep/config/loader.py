@@ -15,6 +15,7 @@ Whatever the input, the loader raises only ConfigError.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -193,6 +194,7 @@ class _Converter:
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self.loader = loader
         self.source_map = SourceMap()
+        self._own_keys: dict[int, set[int]] = {}
 
     def convert(self, node: yaml.Node, path: ConfigPath) -> Any:
         self.source_map.values.setdefault(
@@ -217,6 +219,13 @@ class _Converter:
             ) from exc
 
     def _mapping(self, node: yaml.MappingNode, path: ConfigPath) -> dict[str, Any]:
+        # Keys written in this mapping itself, as opposed to those a `<<` merge
+        # brings in: only a repeat among these is a duplicate. Remembered per
+        # node because flattening rewrites the node, and aliases revisit it.
+        own_keys = self._own_keys.setdefault(
+            id(node),
+            {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"},
+        )
         try:
             # Resolves `<<: *defaults` merge keys into the mapping itself.
             self.loader.flatten_mapping(node)
@@ -243,8 +252,9 @@ class _Converter:
             # Keys are taken as written: `yes:` or `1:` are names here, not a
             # boolean or a number, so a typo is reported as an unknown key.
             key = str(key_node.value)
-            if key in first_seen:
-                first_line = first_seen[key].start_mark.line + 1
+            repeated = first_seen.get(key)
+            if repeated is not None and {id(repeated), id(key_node)} <= own_keys:
+                first_line = repeated.start_mark.line + 1
                 raise _Problem(
                     ConfigIssue(
                         _location(key_node.start_mark),
@@ -262,17 +272,24 @@ class _Converter:
 
 
 def _parse(text: str) -> tuple[Any, SourceMap]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as soon as the loader is made.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        location = Location(before.count("\n") + 1, len(before.rsplit("\n", 1)[-1]) + 1)
+        raise _Problem(
+            ConfigIssue(location, "", f"invalid YAML: {exc.reason}")
+        ) from exc
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        hint = (
-            "indent with spaces; YAML does not allow tabs"
-            if "\t" in problem or ("tab" in problem)
-            else None
-        )
+        # PyYAML names a tab as the two characters backslash and t.
+        hint = None
+        if "'\\t'" in problem:
+            hint = "indent with spaces; YAML does not allow tabs"
         raise _Problem(
             ConfigIssue(_location(mark), "", f"invalid YAML: {problem}", hint)
         ) from exc
@@ -347,19 +364,45 @@ def _fields_at(path: ConfigPath) -> list[str]:
     return sorted({name for model in models for name in model.model_fields})
 
 
-def _data_path(loc: tuple[int | str, ...]) -> ConfigPath:
-    # Validators that pydantic names in a location (function-after[...]) are
-    # not keys of the file.
-    return tuple(part for part in loc if isinstance(part, int) or "[" not in part)
+def _data_path(loc: tuple[int | str, ...], data: Any) -> ConfigPath:
+    """The path in the file that a pydantic error location points at.
+
+    Pydantic puts the names of union members and validators, such as
+    `function-after[...]`, into locations; they are not keys of the file, so
+    they are dropped unless the file really has such a key.
+    """
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        in_mapping = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int)
+        if in_mapping or (in_list and 0 <= int(part) < len(current)):
+            current = current[part]
+        elif isinstance(part, str) and "[" in part:
+            continue
+        else:
+            current = None
+        path.append(part)
+    return tuple(path)
 
 
-def _issue_from(error: Any, source_map: SourceMap) -> ConfigIssue:
-    path = _data_path(error["loc"])
+_EXPECTED_BY_TYPE_ERROR = {
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+}
+
+
+def _issue_from(error: Any, data: Any, source_map: SourceMap) -> ConfigIssue:
+    path = _data_path(error["loc"], data)
     kind = error["type"]
     message = str(error["msg"]).removeprefix("Value error, ")
     hint: str | None = None
 
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and path:
         key = str(path[-1])
         allowed = _fields_at(path[:-1])
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -376,22 +419,29 @@ def _issue_from(error: Any, source_map: SourceMap) -> ConfigIssue:
             hint,
         )
 
-    if kind == "missing":
-        message = f"missing required key '{path[-1]}'"
-        hint = f"add '{path[-1]}:' here"
-    elif path == ("version",):
-        message = f"unsupported version {error.get('input')!r}"
+    if kind == "missing" and path:
+        parent = path[:-1]
+        where = source_map.keys.get(parent) or source_map.nearest(parent)
+        return ConfigIssue(
+            where, dotted(path), f"missing required key '{path[-1]}'", "add it here"
+        )
+
+    given = error.get("input")
+    if path == ("version",):
+        message = f"unsupported version {given!r}"
         hint = f'write version: "{SUPPORTED_VERSION}", the only version supported'
-    elif kind in ("int_type", "bool_type", "string_type") and isinstance(
-        error.get("input"), str | int | float | bool
-    ):
-        expected = {
-            "int_type": "a whole number",
-            "bool_type": "true or false",
-            "string_type": "text",
-        }[kind]
-        message = f"expected {expected}, got {error.get('input')!r}"
-        hint = "remove the quotes" if kind != "string_type" else "quote the value"
+    elif kind == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        choices = re.findall(r"'([^']*)'", expected)
+        message = f"expected {' or '.join(choices)}, got {given!r}"
+        close = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else None
+    elif kind in _EXPECTED_BY_TYPE_ERROR:
+        message = f"expected {_EXPECTED_BY_TYPE_ERROR[kind]}, got {given!r}"
+        if isinstance(given, str) and kind != "string_type":
+            hint = "remove the quotes"
+        elif kind == "string_type" and isinstance(given, int | float | bool):
+            hint = "put the value in quotes"
     return ConfigIssue(source_map.nearest(path), dotted(path), message, hint)
 
 
@@ -428,7 +478,7 @@ def parse_config(text: str | bytes, filename: str = "devdep.yaml") -> LoadedConf
         config = PipelineConfig.model_validate(data)
     except pydantic.ValidationError as exc:
         issues = sorted(
-            (_issue_from(error, source_map) for error in exc.errors()),
+            (_issue_from(error, data, source_map) for error in exc.errors()),
             key=lambda issue: issue.location or Location(0, 0),
         )
         raise ConfigError(filename, issues) from None

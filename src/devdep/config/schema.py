@@ -53,6 +53,45 @@ def _hostname(value: str) -> str:
     return normalised
 
 
+def _image_name(value: str) -> str:
+    if not _IMAGE_NAME.match(value):
+        raise ValueError(
+            "must be an image name: lowercase letters, digits, '.', '_' or '-', "
+            "such as debian-bookworm-minimal"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value) or len(value) > 128:
+        raise ValueError(
+            "must be an environment variable name: letters, digits and '_', "
+            "not starting with a digit"
+        )
+    return value
+
+
+def _secret_source(value: str) -> str:
+    if not re.match(r"^[^/\s]+(/[^/\s]+)+$", value):
+        raise ValueError(
+            "must be the secret's path and then the key inside it, such as "
+            "prod/database/api-user/password"
+        )
+    return value
+
+
+def _vault_address(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError("must be an http(s) URL, such as https://vault.acme.com:8200")
+    return value
+
+
+def _kv_mount(value: str) -> str:
+    if not re.match(r"^[^/\s]+(/[^/\s]+)*$", value):
+        raise ValueError("must be a mount path without leading or trailing '/'")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 
@@ -192,7 +231,7 @@ class Runtime(StrictModel):
     name: DnsLabel
     vm_vcpus: Annotated[int, AfterValidator(_vcpus)] = 1
     vm_memory_mb: int = Field(default=512, ge=128, le=65536)
-    base_os: str = Field(default=DEFAULT_BASE_OS, pattern=_IMAGE_NAME.pattern)
+    base_os: Annotated[str, AfterValidator(_image_name)] = DEFAULT_BASE_OS
     timeout: Annotated[timedelta, BeforeValidator(parse_duration)] = DEFAULT_TIMEOUT
     run_command: Annotated[
         list[str], BeforeValidator(_steps), AfterValidator(_non_blank_steps)
@@ -204,8 +243,8 @@ class Runtime(StrictModel):
 
 
 class SecretMapping(StrictModel):
-    env: str = Field(pattern=_ENV_NAME.pattern, max_length=128)
-    source: str = Field(pattern=r"^[^/\s]+(/[^/\s]+)+$")
+    env: Annotated[str, AfterValidator(_env_name)]
+    source: Annotated[str, AfterValidator(_secret_source)]
 
     @property
     def path(self) -> str:
@@ -220,8 +259,8 @@ class SecretMapping(StrictModel):
 
 class Secrets(StrictModel):
     provider: Literal["hashicorp-vault", "local"]
-    address: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
-    mount: str = Field(default="secret", min_length=1, pattern=r"^[^/\s]+(/[^/\s]+)*$")
+    address: Annotated[str, AfterValidator(_vault_address)] | None = None
+    mount: Annotated[str, AfterValidator(_kv_mount)] = "secret"
     key_rotation: Literal["automatic", "manual"] = "manual"
     mappings: list[SecretMapping] = Field(default_factory=list)
 

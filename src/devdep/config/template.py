@@ -51,6 +51,9 @@ pipeline:
   #       source: prod/database/api-user/password
 """
 
+# Control, format, unassigned and surrogate characters, and line separators.
+_UNPRINTABLE = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 )
@@ -64,8 +67,10 @@ def namespace_for(entity: str) -> str:
 
 
 def _quoted(text: str) -> str:
-    # A JSON string is a valid YAML double-quoted scalar.
-    return json.dumps(text)
+    # A JSON string is a valid YAML double-quoted scalar. Characters outside
+    # the BMP stay literal: YAML would read JSON's surrogate-pair escapes as two
+    # invalid characters.
+    return json.dumps(text, ensure_ascii=False)
 
 
 def render_template(entity: str, domain: str, environment: str = "production") -> str:
@@ -74,9 +79,7 @@ def render_template(entity: str, domain: str, environment: str = "production") -
     entity = entity.strip()
     if not entity or len(entity) > 128:
         raise UsageError("--entity must be 1 to 128 characters")
-    if any(
-        unicodedata.category(ch).startswith(("C", "Z")) and ch != " " for ch in entity
-    ):
+    if any(unicodedata.category(ch) in _UNPRINTABLE for ch in entity):
         raise UsageError("--entity must not contain control or line-break characters")
 
     normalised_domain = domain.strip().lower().rstrip(".")
@@ -86,13 +89,19 @@ def render_template(entity: str, domain: str, environment: str = "production") -
             hint="give a domain such as k8s.prod.acme.com",
         )
 
+    if not _DNS_LABEL.match(environment):
+        raise UsageError(
+            f"--environment {environment!r} is not a DNS label",
+            hint="use lowercase letters, digits and '-', such as production",
+        )
+
     return _TEMPLATE.format(
         version=SUPPORTED_VERSION,
         entity=_quoted(entity),
         domain=_quoted(normalised_domain),
         domain_text=normalised_domain,
-        namespace=namespace_for(entity),
+        namespace=_quoted(namespace_for(entity)),
         owner=_quoted(namespace_for(entity) + "-owners"),
-        environment=environment,
+        environment=_quoted(environment),
         base_os=DEFAULT_BASE_OS,
     )
