@@ -13,6 +13,7 @@ STAMPS := .stamps
 DEVDEP := $(BIN)/devdep-cli
 # Two cores: one pytest worker per core would starve the VMs the tests boot.
 PYTEST_ARGS ?=
+LINTED := $(wildcard src tests bench scripts)
 
 .PHONY: test demo lint typecheck unit integration clean
 
@@ -30,8 +31,8 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/debian
 	touch $@
 
 lint: $(STAMPS)/venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMPS)/venv
 	$(BIN)/mypy

@@ -210,3 +210,10 @@ def test_the_installed_console_scripts_run_without_colour_when_piped() -> None:
         assert completed.returncode == 0, completed.stderr
         assert "\x1b[" not in completed.stdout
         assert "acceleration" in completed.stdout
+
+
+def test_no_arguments_shows_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys)
+    assert code == ExitCode.SUCCESS
+    assert "Usage: devdep-cli" in out
+    assert "validate" in out

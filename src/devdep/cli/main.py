@@ -100,6 +100,10 @@ def run(argv: list[str]) -> int:
             error.details,
         )
         return int(code)
+    except click.exceptions.NoArgsIsHelpError as error:
+        # A bare group shows its help, as `--help` would: nothing went wrong.
+        click.echo(error.format_message())
+        return int(ExitCode.SUCCESS)
     except click.exceptions.UsageError as error:
         hint = None
         if error.ctx is not None:
