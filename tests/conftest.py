@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.support.openbao"]
+pytest_plugins = ["tests.support.openbao", "tests.support.oidc"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

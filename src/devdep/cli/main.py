@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from devdep.cli import config_commands, info_commands
+from devdep.cli import auth_commands, config_commands, gateway_commands, info_commands
 from devdep.cli.output import (
     OutputFormat,
     argv_asks_for_json,
@@ -39,6 +39,9 @@ def app() -> None:
 
 for command in [*info_commands.COMMANDS, *config_commands.COMMANDS]:
     app.add_command(command)
+app.add_command(auth_commands.auth)
+app.add_command(auth_commands.status)
+app.add_command(gateway_commands.gateway_group)
 
 INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
