@@ -15,7 +15,7 @@ DEVDEP := $(BIN)/devdep-cli
 PYTEST_ARGS ?=
 LINTED := $(wildcard src tests bench scripts)
 
-.PHONY: test demo lint typecheck unit integration clean
+.PHONY: test demo lint typecheck unit integration clean images
 
 $(STAMPS):
 	mkdir -p $@
@@ -34,20 +34,32 @@ lint: $(STAMPS)/venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# The guest kernel and initramfs, the agent runtime disk and the default image,
+# in the image store. Each command does nothing when its part is up to date
+# (and the agent disk is rebuilt when devdep.guest changes), so this runs
+# every time rather than behind a stamp.
+images: $(STAMPS)/venv
+	$(DEVDEP) image kernel
+	$(DEVDEP) image agent
+	$(DEVDEP) image build-base
+
 typecheck: $(STAMPS)/venv
 	$(BIN)/mypy
 
 unit: $(STAMPS)/venv
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
-integration: $(STAMPS)/venv
+integration: $(STAMPS)/venv images
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
-test: lint typecheck
+test: lint typecheck images
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: $(STAMPS)/venv
+# The example pipeline in a fresh micro-VM: it prints the guest's kernel and
+# shows that the guest cannot write to its root filesystem.
+demo: $(STAMPS)/venv images
 	cd examples/hello && ../../$(DEVDEP) validate --file devdep.yaml
+	cd examples/hello && ../../$(DEVDEP) deploy --local --env=demo --file devdep.yaml
 
 clean:
 	rm -rf $(STAMPS) $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -14,8 +14,19 @@ import pytest
 from devdep.cli.main import run
 from devdep.config.template import render_template
 from devdep.errors import ExitCode
+from devdep.images.boot import STORE_ENVIRONMENT_VARIABLE
+from tests.images.fakestore import populate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def image_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store holding the default image, so that validate's image check passes
+    without a real store on the machine."""
+    root = tmp_path / "images"
+    populate(root)
+    monkeypatch.setenv(STORE_ENVIRONMENT_VARIABLE, str(root))
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

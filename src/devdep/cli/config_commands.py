@@ -11,6 +11,8 @@ from devdep.cli.output import OutputFormat, output_option, print_json, stdout_co
 from devdep.config.loader import load_config
 from devdep.config.template import render_template
 from devdep.errors import UsageError
+from devdep.images.validation import check_base_images
+from devdep.secrets import check_mappings
 
 file_option = click.option(
     "--file",
@@ -88,21 +90,41 @@ def init(
 
 @click.command()
 @file_option
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not resolve the secret mappings against their provider.",
+)
 @output_option
-def validate(file: Path, output: OutputFormat) -> None:
+def validate(file: Path, offline: bool, output: OutputFormat) -> None:
     """Check a devdep.yaml and report every error with its line and column.
 
-    Exits 0 when the file is valid and 2 when it is not.
+    Unless --offline, every secret mapping is also resolved as a run would
+    resolve it. Exits 0 when the file is valid, 2 when it is not, and 201 when
+    a secret mapping cannot be resolved.
     """
     loaded = load_config(file)
+    check_base_images(loaded)
+    secret_names = [] if offline else check_mappings(loaded.config.pipeline.secrets)
     runtimes = [runtime.name for runtime in loaded.config.pipeline.runtimes]
     if output is OutputFormat.JSON:
-        print_json({"ok": True, "path": str(file), "runtimes": runtimes})
+        print_json(
+            {
+                "ok": True,
+                "path": str(file),
+                "runtimes": runtimes,
+                "secrets_resolved": secret_names,
+            }
+        )
         return
     stdout_console().print(
         f"[SUCCESS] {file} is valid: {len(runtimes)} runtime(s): {', '.join(runtimes)}",
         markup=False,
     )
+    if secret_names:
+        stdout_console().print(
+            f"secrets resolved: {', '.join(secret_names)}", markup=False
+        )
 
 
 COMMANDS = [init, validate]

@@ -15,6 +15,9 @@ import traceback
 import click
 
 from devdep.cli import auth_commands, config_commands, gateway_commands, info_commands
+from devdep.cli.deploy_command import deploy
+from devdep.cli.image_commands import image
+from devdep.cli.network_commands import network
 from devdep.cli.output import (
     OutputFormat,
     argv_asks_for_json,
@@ -23,6 +26,7 @@ from devdep.cli.output import (
     reset_format,
     stderr_console,
 )
+from devdep.cli.secrets_commands import secrets_group
 from devdep.errors import DevdepError, ExitCode, exit_code_for
 
 
@@ -42,6 +46,10 @@ for command in [*info_commands.COMMANDS, *config_commands.COMMANDS]:
 app.add_command(auth_commands.auth)
 app.add_command(auth_commands.status)
 app.add_command(gateway_commands.gateway_group)
+app.add_command(image)
+app.add_command(deploy)
+app.add_command(secrets_group)
+app.add_command(network)
 
 INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
@@ -57,20 +65,23 @@ def _report_error(
     hint: str | None,
     json_mode: bool,
     details: list[str] | None = None,
+    run_document: dict[str, object] | None = None,
 ) -> None:
     if json_mode:
-        print_json(
-            {
-                "ok": False,
-                "error": {
-                    "exit_code": exit_code,
-                    "name": name,
-                    "message": message,
-                    "hint": hint,
-                    "details": details or [],
-                },
-            }
-        )
+        document: dict[str, object] = {
+            "ok": False,
+            "error": {
+                "exit_code": exit_code,
+                "name": name,
+                "message": message,
+                "hint": hint,
+                "details": details or [],
+            },
+        }
+        # A command that ran something (deploy) attaches what it did.
+        if run_document:
+            document.update(run_document)
+        print_json(document)
         return
     console = stderr_console()
     for line in details or []:
@@ -101,6 +112,7 @@ def run(argv: list[str]) -> int:
             error.hint,
             json_mode or current_format() is OutputFormat.JSON,
             error.details,
+            getattr(error, "run_document", None),
         )
         return int(code)
     except click.exceptions.NoArgsIsHelpError as error:

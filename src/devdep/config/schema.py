@@ -183,6 +183,9 @@ class Sandbox(StrictModel):
     network_sandbox: Literal["isolated", "allowlist"] = "isolated"
     allow_dns_resolution: bool = False
     egress: Egress | None = None
+    # fail: a run with any egress violation ends with 401; report: it goes on,
+    # and its report lists the violations.
+    on_violation: Literal["fail", "report"] = "fail"
 
     @model_validator(mode="after")
     def _egress_needs_allowlist(self) -> Sandbox:
@@ -279,6 +282,58 @@ class Pipeline(StrictModel):
     secrets: Secrets | None = None
 
 
+def _https_url(value: str) -> str:
+    if not re.match(r"^https://[^\s/:]+(:\d{1,5})?(/\S*)?$", value):
+        raise ValueError("must be an https:// URL, such as https://us-east-1.acme.com")
+    return value
+
+
+def _positive_duration(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0ms")
+    return value
+
+
+PositiveDuration = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_positive_duration)
+]
+
+
+class GatewayNode(StrictModel):
+    """One ingress node of the gateway, probed by `network check-routes`."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.-]*$")
+    url: Annotated[str, AfterValidator(_https_url)]
+
+
+class GatewayThresholds(StrictModel):
+    """Median probe latencies at which a node is DEGRADED or DOWN."""
+
+    degraded: PositiveDuration = timedelta(milliseconds=100)
+    down: PositiveDuration = timedelta(seconds=1)
+    probe_timeout: PositiveDuration = timedelta(seconds=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GatewayThresholds:
+        if not self.degraded < self.down:
+            raise ValueError("'degraded' must be shorter than 'down'")
+        return self
+
+
+class Gateway(StrictModel):
+    nodes: list[GatewayNode] = Field(min_length=1)
+    thresholds: GatewayThresholds = Field(default_factory=GatewayThresholds)
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique_node_names(cls, nodes: list[GatewayNode]) -> list[GatewayNode]:
+        names = [node.name for node in nodes]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"gateway node name {name!r} is used twice")
+        return nodes
+
+
 def _version(value: object) -> object:
     # `version: 4.2` without quotes is a float in YAML; it means the same thing.
     if isinstance(value, float) and str(value) == SUPPORTED_VERSION:
@@ -292,6 +347,7 @@ class PipelineConfig(StrictModel):
     version: Annotated[Literal["4.2"], BeforeValidator(_version)]
     metadata: Metadata
     pipeline: Pipeline
+    gateway: Gateway | None = None
 
     @field_validator("pipeline")
     @classmethod

@@ -4,15 +4,23 @@
 (pagetable-based virtualization) has a `/dev/kvm` too, but it only runs guest
 kernels built for PVM; a stock kernel hangs early in boot. Real KVM is the
 kvm_intel or kvm_amd module, with the CPU's vmx or svm flag.
+
+`cached_acceleration` makes the decision once per host boot and QEMU build and
+keeps it in a small JSON file, so every run uses the same accelerator and the
+choice is logged once, when it is made.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 QEMU_BINARY = "qemu-system-x86_64"
 
@@ -83,3 +91,57 @@ def detect_acceleration(
         )
     module = sorted(real_kvm)[0]
     return AccelerationReport(Acceleration.KVM, f"{module} with a usable /dev/kvm")
+
+
+def _host_key(qemu_binary: str | None, boot_id: Path) -> str:
+    """What the decision depends on: this boot of the host (modules are loaded
+    per boot) and this QEMU build."""
+    try:
+        boot = boot_id.read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    if qemu_binary is None:
+        return f"{boot}:no-qemu"
+    try:
+        built = Path(qemu_binary).stat().st_mtime_ns
+    except OSError:
+        built = 0
+    return f"{boot}:{qemu_binary}:{built}"
+
+
+def cached_acceleration(
+    cache_file: Path,
+    *,
+    qemu_binary: str | None = None,
+    boot_id: Path = Path("/proc/sys/kernel/random/boot_id"),
+) -> AccelerationReport:
+    """`detect_acceleration()`, decided once per host boot and QEMU build and kept
+    in `cache_file`; the decision is logged when it is made."""
+    if qemu_binary is None:
+        qemu_binary = shutil.which(QEMU_BINARY)
+    key = _host_key(qemu_binary, boot_id)
+
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("host") == key:
+            return AccelerationReport(
+                Acceleration(cached["acceleration"]), str(cached["reason"])
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+
+    report = detect_acceleration(qemu_binary=qemu_binary)
+    logger.info("acceleration: %s (%s)", report.acceleration.value, report.reason)
+    document = {
+        "host": key,
+        "acceleration": report.acceleration.value,
+        "reason": report.reason,
+    }
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(document) + "\n")
+        temporary.replace(cache_file)
+    except OSError as exc:
+        logger.debug("cannot cache the acceleration decision: %s", exc)
+    return report
