@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import shutil
 import socket
 import ssl
@@ -11,10 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from devdep.cli.main import run
 from devdep.gateway.config import TlsSettings
@@ -23,39 +17,13 @@ from devdep.gateway.server import build_gateway
 from devdep.gateway.tls import server_context
 from tests.gateway.fakes import FakeVerifier, gateway_settings, identity_for
 from tests.gateway.servers import free_loopback_port, gateway_in_thread
+from tests.support.certificates import self_signed_certificate
 
 
 def make_certificate(directory: Path) -> TlsSettings:
     """A self-signed certificate for 127.0.0.1, and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "devdep test gateway")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_file = directory / "gateway.crt"
-    key_file = directory / "gateway.key"
-    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    certificate_file, key_file = self_signed_certificate(
+        directory, "devdep test gateway", stem="gateway"
     )
     return TlsSettings(certificate=certificate_file, private_key=key_file)
 

@@ -23,11 +23,8 @@ from devdep.netsandbox.routes import (
     drop_rate,
     nearest_healthy_node,
 )
-from tests.netsandbox.tls_servers import (
-    SlowTlsNode,
-    self_signed_certificate,
-    unused_port,
-)
+from tests.netsandbox.tls_servers import SlowTlsNode, unused_port
+from tests.support.certificates import self_signed_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +37,7 @@ THRESHOLDS = GatewayThresholds(
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    return self_signed_certificate(tmp_path)
+    return self_signed_certificate(tmp_path, "devdep test node", stem="node")
 
 
 @pytest.fixture

@@ -7,22 +7,13 @@ from pathlib import Path
 
 import click
 
+from devdep.cli.options import file_option
 from devdep.cli.output import OutputFormat, output_option, print_json, stdout_console
 from devdep.config.loader import load_config
 from devdep.config.template import render_template
 from devdep.errors import UsageError
 from devdep.images.validation import check_base_images
 from devdep.secrets import check_mappings
-
-file_option = click.option(
-    "--file",
-    "-f",
-    "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("devdep.yaml"),
-    show_default=True,
-    help="The devdep.yaml to use.",
-)
 
 
 @click.command()

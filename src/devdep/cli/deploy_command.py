@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.status import Status
 
+from devdep.cli.options import file_option
 from devdep.cli.output import (
     OutputFormat,
     output_option,
@@ -33,16 +34,6 @@ from devdep.runner.workspace import ARTIFACTS_DIRECTORY
 from devdep.telemetry.summary import RunSummary
 
 MAX_CAPTURED_BYTES = 16 * 1024 * 1024  # per step, in --output json
-
-file_option = click.option(
-    "--file",
-    "-f",
-    "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("devdep.yaml"),
-    show_default=True,
-    help="The devdep.yaml to use.",
-)
 
 
 def one_line(command: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from devdep.cli.config_commands import file_option
+from devdep.cli.options import file_option
 from devdep.cli.output import OutputFormat, output_option, print_json, stdout_console
 from devdep.config.loader import load_config
 from devdep.errors import UsageError

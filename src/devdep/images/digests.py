@@ -6,19 +6,10 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from devdep.telemetry.digests import sha384_bytes as bytes_sha384
+from devdep.telemetry.digests import sha384_file as file_sha384
 
-
-def file_sha384(path: Path) -> str:
-    digest = hashlib.sha384()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def bytes_sha384(data: bytes) -> str:
-    return hashlib.sha384(data).hexdigest()
+__all__ = ["bytes_sha384", "file_sha384", "inputs_digest", "tree_sha384"]
 
 
 def tree_sha384(root: Path, *, suffixes: Iterable[str] = (".py",)) -> str:
