@@ -216,8 +216,10 @@ def deploy(
     """Run the pipeline in devdep.yaml, each runtime in its own micro-VM.
 
     Exits 0 when every step succeeded, 1 when a step failed or the pipeline
-    timed out, 2 on bad input or a missing image, and 301 when a VM could not
-    boot. docs/deploy.md describes the run and its summary.
+    timed out, 2 on bad input or a missing image, 201 when a secret mapping
+    cannot be resolved, 301 when a VM could not boot, and 401 on an egress
+    violation (301 and 401 reach a shell as 45 and 145). docs/deploy.md
+    describes the run and its summary.
     """
     if not local:
         raise UsageError(
