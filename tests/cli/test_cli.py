@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
-from devdep.cli.main import run
+from devdep.cli.main import COMMANDS, app, run
 from devdep.config.template import render_template
 from devdep.errors import ExitCode
 from devdep.images.boot import STORE_ENVIRONMENT_VARIABLE
@@ -228,3 +229,21 @@ def test_no_arguments_shows_the_help(capsys: pytest.CaptureFixture[str]) -> None
     assert code == ExitCode.SUCCESS
     assert "Usage: devdep-cli" in out
     assert "validate" in out
+
+
+def test_every_listed_command_loads_under_its_own_name() -> None:
+    for name in COMMANDS:
+        command = app.get_command(click.Context(app), name)
+        assert command is not None and command.name == name
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    probe = (
+        "import sys; from devdep.cli.main import run; run(['version']); "
+        "heavy = ('fastapi', 'sqlalchemy', 'hvac'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.splitlines()[-1] == "[]"

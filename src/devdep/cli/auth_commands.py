@@ -159,6 +159,3 @@ def status(ticket: str | None, gateway: str | None, output: OutputFormat) -> Non
         )
     runs = document.get("runs") or []
     console.print(f"  runs: {len(runs) if runs else 'none yet'}", markup=False)
-
-
-COMMANDS = [auth, status]

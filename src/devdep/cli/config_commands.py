@@ -116,6 +116,3 @@ def validate(file: Path, offline: bool, output: OutputFormat) -> None:
         stdout_console().print(
             f"secrets resolved: {', '.join(secret_names)}", markup=False
         )
-
-
-COMMANDS = [init, validate]

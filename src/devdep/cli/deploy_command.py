@@ -279,6 +279,3 @@ def _report_failed_run(
         return
     observer.close()
     _print_summary(summary)
-
-
-COMMANDS = [deploy]

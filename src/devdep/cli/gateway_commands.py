@@ -64,6 +64,3 @@ def serve_command(config_file: Path, output: OutputFormat) -> None:
         serve(gateway, on_listening=announce)
     finally:
         gateway.close()
-
-
-COMMANDS = [gateway_group]

@@ -241,6 +241,3 @@ def list_(store: Path | None, output: OutputFormat) -> None:
             cell.ljust(width) for cell, width in zip(row, widths, strict=True)
         )
         console.print(line.rstrip(), markup=False)
-
-
-COMMANDS = [image]

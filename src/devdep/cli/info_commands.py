@@ -63,6 +63,3 @@ def doctor(output: OutputFormat) -> None:
     for check in checks:
         if check.hint:
             console.print(f"hint ({check.name}): {check.hint}", markup=False)
-
-
-COMMANDS = [version, doctor]

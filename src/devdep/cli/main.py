@@ -7,6 +7,7 @@ unexpected one, ends in a message and a documented exit code.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -14,10 +15,6 @@ import traceback
 
 import click
 
-from devdep.cli import auth_commands, config_commands, gateway_commands, info_commands
-from devdep.cli.deploy_command import deploy
-from devdep.cli.image_commands import image
-from devdep.cli.network_commands import network
 from devdep.cli.output import (
     OutputFormat,
     argv_asks_for_json,
@@ -26,12 +23,46 @@ from devdep.cli.output import (
     reset_format,
     stderr_console,
 )
-from devdep.cli.secrets_commands import secrets_group
 from devdep.errors import DevdepError, ExitCode, exit_code_for
+
+# Each command, as "module:attribute". A command's module is imported only when
+# that command runs (or when --help lists them all): importing every command's
+# dependencies (FastAPI, SQLAlchemy, hvac, ...) cost about a second per call.
+COMMANDS = {
+    "auth": "devdep.cli.auth_commands:auth",
+    "deploy": "devdep.cli.deploy_command:deploy",
+    "doctor": "devdep.cli.info_commands:doctor",
+    "gateway": "devdep.cli.gateway_commands:gateway_group",
+    "image": "devdep.cli.image_commands:image",
+    "init": "devdep.cli.config_commands:init",
+    "network": "devdep.cli.network_commands:network",
+    "secrets": "devdep.cli.secrets_commands:secrets_group",
+    "status": "devdep.cli.auth_commands:status",
+    "validate": "devdep.cli.config_commands:validate",
+    "version": "devdep.cli.info_commands:version",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
 
 
 @click.group(
     name="devdep-cli",
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 def app() -> None:
@@ -40,16 +71,6 @@ def app() -> None:
     Exit codes are listed in docs/exit-codes.md.
     """
 
-
-for command in [*info_commands.COMMANDS, *config_commands.COMMANDS]:
-    app.add_command(command)
-app.add_command(auth_commands.auth)
-app.add_command(auth_commands.status)
-app.add_command(gateway_commands.gateway_group)
-app.add_command(image)
-app.add_command(deploy)
-app.add_command(secrets_group)
-app.add_command(network)
 
 INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
