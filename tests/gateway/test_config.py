@@ -3,9 +3,12 @@ reported at its line."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devdep.errors import UsageError
 from devdep.gateway.config import (
@@ -111,6 +114,20 @@ def test_duplicate_keys_and_aliases_are_refused() -> None:
     )
     aliased += "x: *d\n"
     assert "aliases are not supported" in details_of(aliased)[0]
+
+
+@pytest.mark.parametrize("raw", [b"listen: \x00\n", b"\xff\xfe", b"a: [" * 3000])
+def test_unreadable_files_are_configuration_errors(raw: bytes) -> None:
+    with pytest.raises(GatewayConfigError) as raised:
+        parse_gateway_config(raw, "gateway.yaml")
+    assert raised.value.details[0].startswith("gateway.yaml:")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_give_only_configuration_errors(raw: bytes) -> None:
+    with contextlib.suppress(GatewayConfigError):
+        parse_gateway_config(raw, "gateway.yaml")
 
 
 def test_fractional_minutes_shorten_sessions_for_tests() -> None:

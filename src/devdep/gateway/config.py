@@ -172,7 +172,11 @@ def _convert(
 
 
 def _parse_yaml(text: str) -> tuple[Any, SourceMap]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as soon as the loader is made.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise _Problem(ConfigIssue(Location(1, 1), "", f"invalid YAML: {exc}")) from exc
     try:
         root = loader.get_single_node()
         if root is None:
